@@ -8,7 +8,8 @@
  *   FWD_BWD   the same, then grad_ij = g_i * d loss_i / d z_ij
  *   BWD_LSE   grad_ij from a saved lse_i (no statistics pass)
  * with g_i = scale * dloss[i * dloss_stride] / denom (denom = *d_denom, the
- * MEAN denominator computed on the device, or host_denom).
+ * MEAN denominator computed on the device, or host_denom; xent_row_scale,
+ * which gives 0 for a zero denominator).
  *
  * The math is cuda/xent_bridge.h's, shared with the CPU backend: each thread
  * folds its columns into an online-softmax state xent_row_acc (max m,
@@ -51,6 +52,11 @@
 
 /* ---- tuning (the launch shape depends only on these and N) ------------ */
 
+/* WARP_ROW: 8 warps (rows) per block, so a block still covers 8 rows of
+ * the small-C problems this tier serves. BLOCK_ROW: 512 threads per row
+ * give a row 512 x XENT_UNROLL loads in flight, which matters when there
+ * are few rows (large C); 2 such blocks are resident per SM at 64
+ * registers. */
 #define XENT_WARP_ROW_THREADS 256  /* 8 rows per block */
 #define XENT_BLOCK_ROW_THREADS 512 /* one row per block */
 #define XENT_UNROLL 8              /* loads in flight per thread and pass */
@@ -277,7 +283,7 @@ __device__ __forceinline__ void xent_ce_row(const xent_ce_params &p,
             flag = XENT_DATA_TARGET_OUT_OF_RANGE;
         } else {
             wy = xent_class_weight(w, y);
-            if (wy < 0.0f) {
+            if (!(wy >= 0.0f)) { /* negative or NaN */
                 kind = XENT_ROW_BAD;
                 flag = XENT_DATA_NEGATIVE_WEIGHT;
             }
@@ -285,8 +291,8 @@ __device__ __forceinline__ void xent_ce_row(const xent_ce_params &p,
         if (flag && rank == 0)
             xent_record(p.status, flag, i);
         /* In place: every thread reads z'_y here, before the owner of
-         * column y can overwrite it; grp.sync() below orders these loads
-         * before the gradient stores. */
+         * column y can overwrite it; grp.sync() before the gradient pass
+         * orders these loads before the gradient stores. */
         if (kind == XENT_ROW_OK)
             zy = xent_cap(xent_load_f32(zrow, y), p.softcap);
         else
@@ -342,7 +348,12 @@ __device__ __forceinline__ void xent_ce_row(const xent_ce_params &p,
     }
     const float u = p.dloss ? p.dloss[i * p.dloss_stride] : 1.0f;
     const float g = xent_row_scale(p.scale, u, k.denom);
-    grp.sync(); /* in place: all loads of z'_y before any gradient store */
+    /* In place: every thread's load of z'_y (above) before the owner of
+     * column y overwrites it. In the forward modes the merge's barriers or
+     * shuffles already separate them, and in BWD_LSE only the owner uses
+     * z'_y (through fin.grad_y); the barrier keeps the routine safe however
+     * fin comes to depend on z'_y. */
+    grp.sync();
     xent_grad_pass<T, TK, S>(zrow, p.grad, base, w, q, y, fin, g, rank, p,
                              k);
 }

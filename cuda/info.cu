@@ -591,7 +591,7 @@ __device__ __forceinline__ void xent_eval_row_run(const xent_eval_params &p,
         flag = XENT_DATA_TARGET_OUT_OF_RANGE;
     } else {
         wy = p.weights ? p.weights[y] : 1.0f;
-        if (wy < 0.0f) {
+        if (!(wy >= 0.0f)) { /* negative or NaN */
             kind = 2;
             flag = XENT_DATA_NEGATIVE_WEIGHT;
         }
@@ -636,7 +636,7 @@ __device__ __forceinline__ void xent_eval_row_run(const xent_eval_params &p,
         slot->ent += b;
         slot->tokens += 1ull;
         slot->top1 += (unsigned long long)r.correct;
-        slot->topk += r.rank < p.top_k ? 1ull : 0ull;
+        slot->topk += r.rank >= 0 && r.rank < p.top_k ? 1ull : 0ull;
         slot->nonfinite += (fa && fb) ? 0ull : 1ull;
     }
 }

@@ -1066,8 +1066,14 @@ XENT_HD xent_eval_row xent_eval_finish(xent_eval_acc acc, int ok, int64_t y,
         if (z_loss != 0.0f)
             loss += r.zloss;
         r.loss = loss;
-        r.rank = acc.cnt;
-        r.correct = r.argmax == y;
+        /* a row of -inf only, or with a NaN target logit, has no
+         * meaningful rank: it counts as a miss (acc holds the columns other
+         * than the target, so acc.m = -inf alone is C = 1 or a finite
+         * target among -inf others) */
+        const int ranked =
+            zy == zy && !(zy == -INFINITY && !(acc.m > -INFINITY));
+        r.rank = ranked ? acc.cnt : -1;
+        r.correct = ranked && r.argmax == y;
     } else {
         r.lse = acc.m + log1pf(sm1);
         r.loss = 0.0f;

@@ -101,6 +101,27 @@ static xent_status map_cuda(cudaError_t e)
     }
 }
 
+/* Make the handle's device current for one call; leave_device restores
+ * the caller's device only if enter_device changed it. */
+int xent_enter_device(const struct xent_handle *h, int *prev)
+{
+    *prev = -1;
+    int cur = 0;
+    cudaError_t e = cudaGetDevice(&cur);
+    if (e == cudaSuccess && cur != h->device) {
+        e = cudaSetDevice(h->device);
+        if (e == cudaSuccess)
+            *prev = cur;
+    }
+    return (int)e;
+}
+
+void xent_leave_device(int prev)
+{
+    if (prev >= 0)
+        (void)cudaSetDevice(prev);
+}
+
 xent_status xent_create_on_device(xent_handle_t *handle, int device)
 {
     XENT_RETURN_IF(!handle, XENT_STATUS_NULL_POINTER);
@@ -184,14 +205,12 @@ xent_status xent_destroy(xent_handle_t h)
         return XENT_STATUS_SUCCESS;
     xent_status st = XENT_STATUS_SUCCESS;
     if (h->backend == XENT_BACKEND_CUDA && h->d_status) {
-        int prev = 0;
-        if (cudaGetDevice(&prev) == cudaSuccess &&
-            cudaSetDevice(h->device) == cudaSuccess) {
-            st = map_cuda(cudaFree(h->d_status));
-            (void)cudaSetDevice(prev);
-        } else {
-            st = XENT_STATUS_CUDA_ERROR;
-        }
+        int prev;
+        cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
+        if (e == cudaSuccess)
+            e = cudaFree(h->d_status);
+        xent_leave_device(prev);
+        st = map_cuda(e);
     }
     free(h);
     return st;
@@ -232,12 +251,16 @@ xent_status xent_read_data_report(xent_handle_t h, xent_data_report *report,
             h->h_status.first_row = UINT64_MAX;
         }
     } else {
-        cudaError_t e = cudaMemcpyAsync(&w, h->d_status, sizeof w,
-                                        cudaMemcpyDeviceToHost, h->stream);
+        int prev;
+        cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(&w, h->d_status, sizeof w,
+                                cudaMemcpyDeviceToHost, h->stream);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(h->stream);
         if (e == cudaSuccess && reset)
             e = (cudaError_t)xent_cuda_status_reset(h->d_status, h->stream);
+        xent_leave_device(prev);
         if (e != cudaSuccess)
             return map_cuda(e);
     }
@@ -334,28 +357,60 @@ static size_t matrix_bytes(int64_t n, int64_t c, int64_t ld, size_t elem)
     return n == 0 ? 0 : ((size_t)(n - 1) * (size_t)ld + (size_t)c) * elem;
 }
 
-static xent_status validate_grad(const xent_ce_desc *d, const void *logits,
-                                 const void *grad, const float *loss,
-                                 const float *loss_rows, const float *lse)
+/* Every buffer a cross-entropy call touches. */
+typedef struct ce_buffers {
+    const void *logits, *targets;
+    const float *lse_in;          /* inputs (the upstream comes apart) */
+    const void *grad;             /* output; may be exactly logits */
+    const float *loss, *loss_rows, *lse; /* outputs */
+} ce_buffers;
+
+/*
+ * Outputs must not overlap one another or any input; the one exception is
+ * a gradient written exactly over the logits (in place, same dtype). Any
+ * other overlap would make results depend on the order threads run in.
+ */
+static xent_status check_aliasing(const xent_ce_desc *d,
+                                  const xent_upstream *u, const ce_buffers *b)
 {
-    XENT_RETURN_IF(!grad && d->n_rows > 0, XENT_STATUS_NULL_POINTER);
-    size_t gelem = (d->flags & XENT_FLAG_GRAD_F32) ? 4u
-                                                    : dtype_size(d->logits_dtype);
-    size_t gbytes = matrix_bytes(d->n_rows, d->n_classes, d->ld, gelem);
-    if (grad == logits) {
-        XENT_RETURN_IF(gelem != dtype_size(d->logits_dtype),
-                       XENT_STATUS_ALIASING);
-    } else {
-        XENT_RETURN_IF(overlaps(grad, gbytes, logits,
-                                matrix_bytes(d->n_rows, d->n_classes, d->ld,
-                                             dtype_size(d->logits_dtype))),
-                       XENT_STATUS_ALIASING);
+    const size_t rb = (size_t)d->n_rows * sizeof(float);
+    const size_t lelem = dtype_size(d->logits_dtype);
+    const size_t gelem = (d->flags & XENT_FLAG_GRAD_F32) ? 4u : lelem;
+    size_t tbytes;
+    if (d->target_type == XENT_TARGET_PROBS_F32)
+        tbytes = matrix_bytes(d->n_rows, d->n_classes, d->target_ld, 4);
+    else
+        tbytes = (size_t)d->n_rows *
+                 (d->target_type == XENT_TARGET_INDEX_I32 ? 4u : 8u);
+    size_t ubytes = 0;
+    if (u && u->d_dloss)
+        ubytes = d->n_rows == 0 ? 0
+                 : ((size_t)(d->n_rows - 1) * (size_t)u->dloss_stride + 1) *
+                       sizeof(float);
+    const int in_place = b->grad && b->grad == b->logits;
+    XENT_RETURN_IF(in_place && gelem != lelem, XENT_STATUS_ALIASING);
+
+    const struct {
+        const void *p;
+        size_t n;
+    } out[4] = {{b->grad, matrix_bytes(d->n_rows, d->n_classes, d->ld, gelem)},
+                {b->loss, b->loss ? sizeof(float) : 0},
+                {b->loss_rows, rb},
+                {b->lse, rb}},
+      in[5] = {{in_place ? NULL : b->logits,
+                matrix_bytes(d->n_rows, d->n_classes, d->ld, lelem)},
+               {b->targets, tbytes},
+               {d->weights, d->weights ? (size_t)d->n_classes * 4u : 0},
+               {u ? u->d_dloss : NULL, ubytes},
+               {b->lse_in, rb}};
+    for (int a = 0; a < 4; a++) {
+        for (int c = a + 1; c < 4; c++)
+            XENT_RETURN_IF(overlaps(out[a].p, out[a].n, out[c].p, out[c].n),
+                           XENT_STATUS_ALIASING);
+        for (int c = 0; c < 5; c++)
+            XENT_RETURN_IF(overlaps(out[a].p, out[a].n, in[c].p, in[c].n),
+                           XENT_STATUS_ALIASING);
     }
-    size_t rb = (size_t)d->n_rows * sizeof(float);
-    XENT_RETURN_IF(overlaps(grad, gbytes, loss, sizeof(float)) ||
-                       overlaps(grad, gbytes, loss_rows, rb) ||
-                       overlaps(grad, gbytes, lse, rb),
-                   XENT_STATUS_ALIASING);
     return XENT_STATUS_SUCCESS;
 }
 
@@ -518,10 +573,8 @@ static xent_status run_ce(struct xent_handle *h, const xent_ce_desc *d,
         return st;
     }
 
-    int prev = 0;
-    cudaError_t e = cudaGetDevice(&prev);
-    if (e == cudaSuccess && prev != h->device)
-        e = cudaSetDevice(h->device);
+    int prev;
+    cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
     p->status = h->d_status;
     if (e == cudaSuccess && mean && is_index(d) && (d_loss || p->grad)) {
         e = (cudaError_t)xent_cuda_target_weight_sum(p, l.partials, l.denom,
@@ -535,8 +588,7 @@ static xent_status run_ce(struct xent_handle *h, const xent_ce_desc *d,
             p->loss_rows, d->n_rows, mean ? p->d_denom : NULL,
             mean ? p->host_denom : 1.0, empty_mean_value(d), l.partials,
             d_loss, h->stream);
-    if (prev != h->device)
-        (void)cudaSetDevice(prev);
+    xent_leave_device(prev);
     return map_cuda(e);
 }
 
@@ -553,6 +605,9 @@ xent_status xent_ce_forward(xent_handle_t h, const xent_ce_desc *desc,
                    XENT_STATUS_INVALID_VALUE);
     XENT_RETURN_IF(desc->n_rows > 0 && (!d_logits || !d_targets),
                    XENT_STATUS_NULL_POINTER);
+    const ce_buffers bufs = {d_logits, d_targets,   NULL, NULL,
+                             d_loss,   d_loss_rows, d_lse};
+    XENT_FORWARD_IF_ERROR(check_aliasing(desc, NULL, &bufs));
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;
@@ -576,8 +631,10 @@ xent_status xent_ce_forward_backward(
                    XENT_STATUS_INVALID_VALUE);
     XENT_RETURN_IF(desc->n_rows > 0 && (!d_logits || !d_targets),
                    XENT_STATUS_NULL_POINTER);
-    XENT_FORWARD_IF_ERROR(
-        validate_grad(desc, d_logits, d_grad, d_loss, d_loss_rows, d_lse));
+    XENT_RETURN_IF(!d_grad && desc->n_rows > 0, XENT_STATUS_NULL_POINTER);
+    const ce_buffers bufs = {d_logits, d_targets,   NULL, d_grad,
+                             d_loss,   d_loss_rows, d_lse};
+    XENT_FORWARD_IF_ERROR(check_aliasing(desc, &u, &bufs));
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;
@@ -603,8 +660,10 @@ xent_status xent_ce_backward(xent_handle_t h, const xent_ce_desc *desc,
     XENT_FORWARD_IF_ERROR(validate_upstream(desc, &u));
     XENT_RETURN_IF(desc->n_rows > 0 && (!d_logits || !d_targets || !d_lse),
                    XENT_STATUS_NULL_POINTER);
-    XENT_FORWARD_IF_ERROR(
-        validate_grad(desc, d_logits, d_grad, NULL, NULL, d_lse));
+    XENT_RETURN_IF(!d_grad && desc->n_rows > 0, XENT_STATUS_NULL_POINTER);
+    const ce_buffers bufs = {d_logits, d_targets, d_lse, d_grad,
+                             NULL,     NULL,      NULL};
+    XENT_FORWARD_IF_ERROR(check_aliasing(desc, &u, &bufs));
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;

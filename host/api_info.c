@@ -328,19 +328,6 @@ static void merge_status(struct xent_handle *h, const xent_status_word *w)
 }
 
 /* Makes the handle's device current; *prev gets the previous one. */
-static cudaError_t enter_device(const struct xent_handle *h, int *prev)
-{
-    cudaError_t e = cudaGetDevice(prev);
-    if (e == cudaSuccess && *prev != h->device)
-        e = cudaSetDevice(h->device);
-    return e;
-}
-
-static void leave_device(const struct xent_handle *h, int prev)
-{
-    if (prev != h->device)
-        (void)cudaSetDevice(prev);
-}
 
 /*
  * The shared driver of entropy, KL and BCE: p is filled except the
@@ -375,8 +362,8 @@ static xent_status run_info(struct xent_handle *h, const info_shape *s,
         return st;
     }
 
-    int prev = 0;
-    cudaError_t e = enter_device(h, &prev);
+    int prev;
+    cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
     p->status = h->d_status;
     if (e == cudaSuccess && s->n_rows > 0)
         e = (cudaError_t)xent_cuda_info_rows(p, info_variant(h, s), h->stream);
@@ -384,7 +371,7 @@ static xent_status run_info(struct xent_handle *h, const info_shape *s,
         e = (cudaError_t)xent_cuda_reduce_rows(p->loss_rows, s->n_rows, NULL,
                                                denom, empty, l.partials, d_loss,
                                                h->stream);
-    leave_device(h, prev);
+    xent_leave_device(prev);
     return xent_status_from_cuda((int)e);
 }
 
@@ -745,14 +732,14 @@ xent_status xent_ce_eval(xent_handle_t h, const xent_ce_desc *desc,
         return st;
     }
 
-    int prev = 0;
-    cudaError_t e = enter_device(h, &prev);
+    int prev;
+    cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
     p.status = h->d_status;
     p.max_blocks =
         (h->sm_count > 0 ? h->sm_count : 132) * XENT_EVAL_BLOCKS_PER_SM;
     if (e == cudaSuccess && n > 0)
         e = (cudaError_t)xent_cuda_eval_rows(&p, eval_variant(desc), h->stream);
-    leave_device(h, prev);
+    xent_leave_device(prev);
     return xent_status_from_cuda((int)e);
 }
 
@@ -763,11 +750,11 @@ xent_status xent_eval_accum_reset(xent_handle_t h, xent_eval_accum *d_accum)
         memset(d_accum, 0, sizeof *d_accum);
         return XENT_STATUS_SUCCESS;
     }
-    int prev = 0;
-    cudaError_t e = enter_device(h, &prev);
+    int prev;
+    cudaError_t e = (cudaError_t)xent_enter_device(h, &prev);
     if (e == cudaSuccess)
         e = (cudaError_t)xent_cuda_eval_accum_reset(d_accum, h->stream);
-    leave_device(h, prev);
+    xent_leave_device(prev);
     return xent_status_from_cuda((int)e);
 }
 

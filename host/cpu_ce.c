@@ -170,7 +170,7 @@ static void row_setup(ce_row *r, const xent_ce_params *p, int64_t i,
             record(w, XENT_DATA_TARGET_OUT_OF_RANGE, i);
         } else {
             r->wy = class_weight(p, y);
-            if (r->wy < 0.0f) {
+            if (!(r->wy >= 0.0f)) { /* negative or NaN */
                 r->kind = ROW_BAD;
                 record(w, XENT_DATA_NEGATIVE_WEIGHT, i);
             } else {

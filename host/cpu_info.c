@@ -234,7 +234,7 @@ static void eval_row(const xent_eval_params *p, int64_t i, xent_status_word *w,
         record(w, XENT_DATA_TARGET_OUT_OF_RANGE, i);
     } else {
         wy = p->weights ? p->weights[y] : 1.0f;
-        if (wy < 0.0f) {
+        if (!(wy >= 0.0f)) { /* negative or NaN */
             kind = 2;
             record(w, XENT_DATA_NEGATIVE_WEIGHT, i);
         }
@@ -290,7 +290,7 @@ static void eval_row(const xent_eval_params *p, int64_t i, xent_status_word *w,
         one.entropy[1] = (uint64_t)(b >> 64);
         one.tokens = 1;
         one.top1 = r.correct;
-        one.topk = r.rank < p->top_k;
+        one.topk = r.rank >= 0 && r.rank < p->top_k;
         one.nonfinite = !(fa && fb);
         xent_eval_accum_merge(acc_sum, &one);
     }

@@ -146,6 +146,10 @@ float xent_cpu_reduce_rows(const float *rows, int64_t n, double denom,
 int xent_cpu_count(void);
 
 /* ---- helpers of api.c shared with api_info.c -------------------------- */
+/* Make the handle's CUDA device current for one call (*prev: the device to
+ * restore, -1 when unchanged), and restore it. */
+int xent_enter_device(const struct xent_handle *h, int *prev); /* cudaError_t */
+void xent_leave_device(int prev);
 /* A cudaError_t (as int) as a status. */
 xent_status xent_status_from_cuda(int e);
 /* The cross-entropy descriptor checks of every xent_ce_* call. */

@@ -101,7 +101,12 @@ typedef enum xent_reduction {
 } xent_reduction;
 
 /* Kernel variants. AUTO lets the dispatcher choose; the others force one
- * (for tests and benchmarks). Every variant computes the same function. */
+ * (for tests and benchmarks). Every variant computes the same function;
+ * they may differ in the last bits (their sums run in different orders).
+ * Each variant is deterministic, but AUTO's choice for cross-entropy
+ * depends on n_rows as well as on C and the device, so a row's bits can
+ * depend on the batch it comes in: force a variant where that matters
+ * (the CLI does, for chunk-invariant streaming). */
 typedef enum xent_variant {
     XENT_VARIANT_AUTO = 0,
     XENT_VARIANT_WARP_ROW = 1,  /* one warp per row, several rows per block */
@@ -194,9 +199,13 @@ XENT_API xent_status xent_get_stream(xent_handle_t handle,
  * Problems that only the data reveal never write out of bounds and never
  * trap. On a CUDA handle:
  *  - a class index outside [0, C) that is not ignore_index, or a row whose
- *    target class has a negative weight: that row's loss and gradient become
- *    NaN (so reduced values are NaN too) and the kernel records the problem
- *    in the handle's status word.
+ *    target class has a negative or NaN weight: that row's loss and
+ *    gradient become NaN (so reduced values are NaN too) and the kernel
+ *    records the problem in the handle's status word. Only the target
+ *    class's weight is checked there: the weights of other classes (used
+ *    by label smoothing and probability targets) must be non-negative,
+ *    which a CPU handle checks and a CUDA handle cannot without reading
+ *    device memory back.
  * Reading the word is the caller's choice and synchronizes the handle's
  * stream; it is sticky until reset.
  * On a CPU handle the call is synchronous, so it also returns the problem:

@@ -339,6 +339,27 @@ Test(api, aliasing)
     cr_assert_eq(xent_ce_forward_backward(h, &d, logits, targets, NULL, grad,
                                           NULL, grad + 3, NULL, ws, sizeof ws),
                  XENT_STATUS_ALIASING);
+    /* two outputs in one buffer */
+    cr_assert_eq(xent_ce_forward(h, &d, logits, targets, NULL, rows, rows, ws,
+                                 sizeof ws),
+                 XENT_STATUS_ALIASING);
+    /* a forward output over an input */
+    cr_assert_eq(xent_ce_forward(h, &d, logits, targets, NULL, logits + 2,
+                                 NULL, ws, sizeof ws),
+                 XENT_STATUS_ALIASING);
+    /* the gradient over the upstream values */
+    d.reduction = XENT_REDUCTION_NONE;
+    xent_upstream u = {grad + 7, 1, 1.0f};
+    cr_assert_eq(xent_ce_forward_backward(h, &d, logits, targets, &u, grad,
+                                          NULL, NULL, NULL, NULL, 0),
+                 XENT_STATUS_ALIASING);
+    /* the gradient over probability targets */
+    d.target_type = XENT_TARGET_PROBS_F32;
+    cr_assert_eq(xent_ce_forward_backward(h, &d, logits, grad + C, NULL, grad,
+                                          NULL, NULL, NULL, NULL, 0),
+                 XENT_STATUS_ALIASING);
+    d.target_type = XENT_TARGET_INDEX_I64;
+    d.reduction = XENT_REDUCTION_MEAN;
     /* in place with a different gradient dtype */
     d.logits_dtype = XENT_DTYPE_BF16;
     d.flags = XENT_FLAG_GRAD_F32;

@@ -18,168 +18,32 @@
 
 #include <criterion/criterion.h>
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include "cli_util.h"
 #include "npy.h"
 #include "ref.h"
 #include "testutil.h"
 #include "xent.h"
 
-#ifndef XENT_CLI_PATH
-#error "XENT_CLI_PATH must name the xent binary"
-#endif
+/* ---- fixture: a data directory and an I/O directory per test (cli_util.c) */
 
-extern char **environ;
+static void setup(void) { cli_fixture_setup("xent_cli_info"); }
 
-/* ---- fixture: a data directory and an I/O directory per test ------------ */
-
-static char g_dir[512], g_io[512];
-static int g_runs;
-
-static void make_dir(char *buf, size_t len, const char *tag)
-{
-    const char *tmp = getenv("TMPDIR");
-    snprintf(buf, len, "%s/xent_cli_info_%s.XXXXXX",
-             tmp && tmp[0] ? tmp : "/tmp", tag);
-    cr_assert_not_null(mkdtemp(buf), "mkdtemp failed");
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void setup(void)
-{
-    make_dir(g_dir, sizeof g_dir, "data");
-    make_dir(g_io, sizeof g_io, "io");
-    g_runs = 0;
-}
-
-static void teardown(void)
-{
-    remove_dir(g_dir);
-    remove_dir(g_io);
-}
+static void teardown(void) { cli_fixture_teardown(); }
 
 TestSuite(cli_info, .init = setup, .fini = teardown, .timeout = 120);
 
-/* g_dir/name in one of 32 rotating buffers. */
-static const char *P(const char *name)
-{
-    static char buf[32][1024];
-    static int slot;
-    char *b = buf[slot++ % 32];
-    snprintf(b, 1024, "%s/%s", g_dir, name);
-    return b;
-}
-
+/* Whether path exists. */
 static int exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
-}
-
-/* ---- running the binary -------------------------------------------------- */
-
-typedef struct cli_run {
-    int rc;
-    char *out, *err;
-} cli_run;
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return calloc(1, 1);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = fread(b, 1, (size_t)(n > 0 ? n : 0), f);
-    b[got] = '\0';
-    fclose(f);
-    return b;
-}
-
-/* Runs xent with args (NULL-terminated, without the program name), the
- * environment without XENT_CHUNK_ROWS. */
-static cli_run run(const char *const *args)
-{
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = XENT_CLI_PATH;
-    for (int i = 0; args[i] && n < 62; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    const char *envp[1024];
-    int m = 0;
-    for (char **e = environ; *e && m < 1022; e++)
-        if (strncmp(*e, "XENT_CHUNK_ROWS=", 16) != 0)
-            envp[m++] = *e;
-    envp[m] = NULL;
-    char out[1024], err[1024];
-    snprintf(out, sizeof out, "%s/out.%d", g_io, g_runs);
-    snprintf(err, sizeof err, "%s/err.%d", g_io, g_runs);
-    g_runs++;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    pid_t pid;
-    int sp = posix_spawn(&pid, XENT_CLI_PATH, &fa, NULL, (char *const *)argv,
-                         (char *const *)envp);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(sp, 0, "cannot run %s", XENT_CLI_PATH);
-    int status = 0;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cli_run r;
-    r.rc = WIFEXITED(status)
-               ? WEXITSTATUS(status)
-               : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-}
-
-#define CLI(...) run((const char *[]){__VA_ARGS__, NULL})
-
-static void run_free(cli_run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
 }
 
 /* A successful run: exit 0, nothing on stderr. */
@@ -481,7 +345,7 @@ static void run_chunked(const char *const *args, int nargs, float **rows,
             argv[a++] = chunks[k];
         }
         argv[a] = NULL;
-        cli_run r = run(argv);
+        cli_run r = run_env(NULL, argv);
         expect_ok(&r, args[0]);
         int64_t n = 0, m = 0;
         float *rr = read_f32(P("rows.npy"), &n);
@@ -636,7 +500,7 @@ static void expect_bad(const char *needle, const char *const *args)
     argv[a++] = "--device";
     argv[a++] = "cpu";
     argv[a] = NULL;
-    cli_run r = run(argv);
+    cli_run r = run_env(NULL, argv);
     cr_expect_eq(r.rc, 2, "%s: exit %d (stderr: %s)", args[0], r.rc, r.err);
     cr_expect_eq(count_lines(r.err), 1, "%s: stderr is not one line: %s",
                  args[0], r.err);

@@ -7,9 +7,10 @@
  * offsets checked on sampled rows.
  *
  * Without a CUDA device the binary prints one line and exits 77 (ctest's
- * SKIP_RETURN_CODE), unless XENT_REQUIRE_GPU=1, which makes that a failure.
- * The device check runs in a child process, so this process never
- * initializes CUDA before Criterion starts its test workers.
+ * SKIP_RETURN_CODE), unless XENT_REQUIRE_GPU=1, which makes that a failure:
+ * its main is tests/gpu_main.c, which checks for a device in a child
+ * process, so this process never initializes CUDA before Criterion starts
+ * its test workers.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -21,9 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "cancellation.h"
 #include "conformance.h"
@@ -692,79 +690,4 @@ Test(gpu, n_times_c_above_2_31, .timeout = 600)
     huge_run(h, XENT_DTYPE_BF16, XENT_VARIANT_WARP_ROW);
     huge_run(h, XENT_DTYPE_F32, XENT_VARIANT_AUTO);
     xent_destroy(h);
-}
-
-/* ---- main: skip without a device --------------------------------------- */
-
-/* Asks for the device count in a child process (so this process does not
- * initialize CUDA); returns the count, with the reason for none in why. */
-static int device_count(char *why, size_t why_size)
-{
-    int fd[2];
-    snprintf(why, why_size, "unknown");
-    if (pipe(fd) != 0) {
-        snprintf(why, why_size, "pipe failed");
-        return 0;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fd[0]);
-        close(fd[1]);
-        snprintf(why, why_size, "fork failed");
-        return 0;
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        int count = 0;
-        cudaError_t e = cudaGetDeviceCount(&count);
-        char msg[256];
-        int len = snprintf(msg, sizeof msg, "%d %s", e == cudaSuccess ? count : 0,
-                           e == cudaSuccess ? "no device found"
-                                            : cudaGetErrorString(e));
-        ssize_t wr = write(fd[1], msg, (size_t)len);
-        (void)wr;
-        close(fd[1]);
-        _exit(0);
-    }
-    close(fd[1]);
-    char buf[256];
-    ssize_t got = 0, k;
-    while (got < (ssize_t)sizeof buf - 1 &&
-           (k = read(fd[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)
-        got += k;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    buf[got > 0 ? got : 0] = '\0';
-    int count = 0, off = 0;
-    if (sscanf(buf, "%d %n", &count, &off) < 1) {
-        snprintf(why, why_size, "the device query crashed");
-        return 0;
-    }
-    snprintf(why, why_size, "%s", buf + off);
-    return count;
-}
-
-int main(int argc, char *argv[])
-{
-    char why[256];
-    struct criterion_test_set *tests = criterion_initialize();
-    if (device_count(why, sizeof why) < 1) {
-        const char *req = getenv("XENT_REQUIRE_GPU");
-        size_t n_tests = tests->tests;
-        criterion_finalize(tests);
-        if (req && strcmp(req, "1") == 0) {
-            printf("test_gpu: no CUDA device (%s) but XENT_REQUIRE_GPU=1\n",
-                   why);
-            return 1;
-        }
-        /* tools/run-tests.sh counts these as skipped */
-        printf("test_gpu: no CUDA device, skipping %zu tests\n", n_tests);
-        return 77;
-    }
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true))
-        result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return result;
 }
