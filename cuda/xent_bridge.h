@@ -1146,6 +1146,26 @@ int xent_cuda_eval_rows(const xent_eval_params *p, xent_variant variant,
 int xent_cuda_eval_accum_reset(xent_eval_accum *d_accum,
                                struct CUstream_st *stream);
 
+/* ---- fused linear + cross-entropy helpers (cuda/linear.cu) ----------
+ * Elementwise helpers of host/linear.c around the cuBLAS GEMMs. */
+
+/* dst[r * n_classes + c] = bias[c] (bias of dtype F32 or BF16) for r in
+ * [0, n_rows): the GEMM then adds H W^T with beta = 1. */
+int xent_cuda_linear_bias_fill(float *d_dst, int64_t n_rows, int64_t n_classes,
+                               const void *d_bias, xent_dtype bias_dtype,
+                               struct CUstream_st *stream);
+
+/* acc[c] = (accumulate ? acc[c] : 0) + sum_r g[r * n_classes + c], the rows
+ * added in order r = 0, 1, ... in fp32 (one thread per column:
+ * deterministic, no atomics). */
+int xent_cuda_linear_colsum(const float *d_g, int64_t n_rows,
+                            int64_t n_classes, float *d_acc, int accumulate,
+                            struct CUstream_st *stream);
+
+/* dst[i] = bf16(src[i]) (round to nearest even), i in [0, n). */
+int xent_cuda_linear_f32_to_bf16(const float *d_src, uint16_t *d_dst,
+                                 int64_t n, struct CUstream_st *stream);
+
 #ifdef __cplusplus
 }
 #endif

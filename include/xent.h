@@ -658,6 +658,155 @@ typedef struct xent_eval_summary {
 XENT_API xent_status xent_eval_summarize(const xent_eval_accum *accum,
                                          xent_eval_summary *summary);
 
+/* =====================================================================
+ * Fused linear + cross-entropy (an LM head without the N x C logits)
+ *
+ *   logits = H W^T + b,   H [n_rows, hidden], W [n_classes, hidden],
+ *                         b [n_classes] (optional)
+ *   loss   = cross-entropy of logits with class-index targets, every
+ *            cross-entropy option (ignore_index, class weights, label
+ *            smoothing, z-loss, softcap, NONE/MEAN/SUM, the upstream
+ *            gradient of xent_upstream) exactly as xent_ce_forward_backward
+ *   G      = scale * u_i * dloss/dlogits           [n_rows, n_classes]
+ *   dH = G W,   dW = G^T H,   dbias = sum_i G_i.
+ *
+ * Memory. The rows are processed in chunks of chunk_rows rows. For each
+ * chunk the logits are computed into the caller's workspace (fp32), the
+ * fused single-read loss + gradient row kernel overwrites them with G in
+ * place, then dH_chunk = G W is written and dW += G^T H_chunk,
+ * dbias += column sums of G are accumulated. The workspace therefore peaks
+ * at about chunk_rows * n_classes * 4 bytes (* 6 for bf16 inputs on a CUDA
+ * handle, which also keeps a bf16 copy of G for the tensor-core GEMMs)
+ * plus O(n_rows + n_classes), never n_rows * n_classes.
+ * xent_linear_ce_chunk_rows picks the largest chunk that fits a budget;
+ * a budget too small for one row is XENT_STATUS_WORKSPACE_TOO_SMALL.
+ * The MEAN denominator (sum of w_y over the non-ignored rows) is computed
+ * over the whole batch first, so chunking never changes the loss's scale.
+ *
+ * Dtypes. H, W and b share desc->dtype: XENT_DTYPE_F32 or XENT_DTYPE_BF16
+ * (F16 is XENT_STATUS_UNSUPPORTED). Every GEMM accumulates in fp32 (no
+ * TF32: cuBLAS runs in its default math mode with CUBLAS_COMPUTE_32F).
+ * The logits and G are fp32 in the workspace. On a CUDA handle with bf16
+ * inputs G is rounded to bf16 before the backward GEMMs (bf16 tensor-core
+ * GEMMs, as PyTorch's bf16 autograd does); the CPU path uses the fp32 G.
+ * dH, dW and dbias have desc->dtype, or float with XENT_FLAG_GRAD_F32.
+ * dW accumulates over chunks: with bf16 outputs each chunk's fp32 sum is
+ * added to the bf16 value and rounded (cuBLAS beta = 1), one rounding per
+ * chunk; XENT_FLAG_GRAD_F32 accumulates dW in fp32 across chunks
+ * (recommended for bf16 training with many chunks). dbias is always
+ * accumulated in fp32 in the workspace and rounded once at the end.
+ *
+ * Determinism. With the same chunk_rows, inputs and device, results are
+ * bitwise the same run after run. On a CPU handle they are also
+ * independent of the thread count (the GEMM splits only over output tiles
+ * and every sum runs in a fixed k order), and the per-row outputs (loss,
+ * lse, dH) do not depend on chunk_rows either.
+ * On a CUDA handle this assumes cuBLAS's documented reproducibility: the
+ * same cuBLAS version, GPU architecture and SM count, the default math
+ * mode, atomics mode CUBLAS_ATOMICS_NOT_ALLOWED (the default) and a fixed
+ * cuBLAS workspace (the context sets its own on every call; a caller-given
+ * cuBLAS handle keeps the workspace its owner set). cublasGemmEx with
+ * CUBLAS_GEMM_DEFAULT is used; no split-K reduction with atomics is
+ * requested. Different chunk sizes change the summation order of dW and
+ * dbias (results then agree to rounding, not bitwise).
+ *
+ * Backends. On a CUDA handle the GEMMs run in cuBLAS on the handle's
+ * stream; the cuBLAS handle and its workspace are created (or a caller's
+ * cuBLAS handle adopted) by xent_linear_ce_create, never inside a compute
+ * call, which allocates nothing, never synchronizes and can be captured in
+ * a CUDA graph. On a CPU handle a cache-blocked, multithreaded fp32 GEMM
+ * in C (host/cpu_gemm.c, no external BLAS) is used; the call is
+ * synchronous and reports data problems like xent_ce_forward_backward.
+ * ===================================================================== */
+
+typedef struct xent_linear_ce_desc {
+    int64_t n_rows;    /* N >= 0 */
+    int64_t hidden;    /* D >= 1 */
+    int64_t n_classes; /* C >= 1 */
+    xent_dtype dtype;  /* of H, W, bias: F32 or BF16 */
+    xent_target_type target_type; /* INDEX_I32 or INDEX_I64 */
+    xent_reduction reduction;
+    int64_t ignore_index;
+    const float *weights;  /* class weights [n_weights] or NULL; >= 0 */
+    int64_t n_weights;     /* == n_classes when weights is set */
+    float label_smoothing; /* in [0, 1] */
+    float z_loss;          /* >= 0 */
+    float softcap;         /* 0 = off */
+    uint32_t flags;        /* XENT_FLAG_EMPTY_MEAN_NAN, XENT_FLAG_GRAD_F32 */
+    xent_variant variant;  /* row kernel variant (CUDA), AUTO by default */
+} xent_linear_ce_desc;
+
+/* N rows, D hidden, C classes; fp32, int64 targets, MEAN, ignore_index
+ * -100, no weights, smoothing, z-loss or softcap, no flags, AUTO. */
+XENT_API void xent_linear_ce_desc_init(xent_linear_ce_desc *desc,
+                                       int64_t n_rows, int64_t hidden,
+                                       int64_t n_classes);
+
+/* A linear-CE context: the xent handle it runs on plus (CUDA) the cuBLAS
+ * handle and the cuBLAS workspace. */
+typedef struct xent_linear_ce_ctx *xent_linear_ce_t;
+
+/* Setup (allocates; not a compute call). On a CUDA handle: when
+ * cublas_handle is NULL a cuBLAS handle and a fixed 32 MiB cuBLAS
+ * workspace are created on the handle's device and owned by the context;
+ * otherwise cublas_handle (a cublasHandle_t) is used and stays the
+ * caller's (it must outlive the context and must not be used concurrently
+ * with it; each call sets its stream to the xent handle's stream). On a
+ * CPU handle cublas_handle must be NULL. The context follows later
+ * xent_set_stream calls on the handle. */
+XENT_API xent_status xent_linear_ce_create(xent_handle_t handle,
+                                           void *cublas_handle,
+                                           xent_linear_ce_t *ctx);
+/* Accepts NULL. Frees what create allocated (not a caller's cuBLAS
+ * handle). */
+XENT_API xent_status xent_linear_ce_destroy(xent_linear_ce_t ctx);
+
+/* Workspace bytes for chunk_rows (>= 1) rows per chunk. The buffer lives in
+ * the handle's memory space, any alignment, no initialization needed. */
+XENT_API xent_status xent_linear_ce_workspace_size(
+    xent_handle_t handle, const xent_linear_ce_desc *desc, int64_t chunk_rows,
+    size_t *bytes);
+
+/* The largest chunk_rows in [1, max(n_rows, 1)] whose workspace fits
+ * budget_bytes. XENT_STATUS_WORKSPACE_TOO_SMALL when one row does not
+ * fit. */
+XENT_API xent_status xent_linear_ce_chunk_rows(
+    xent_handle_t handle, const xent_linear_ce_desc *desc, size_t budget_bytes,
+    int64_t *chunk_rows);
+
+/* Outputs; each may be NULL, at least one must be given. */
+typedef struct xent_linear_ce_outputs {
+    float *d_loss;      /* [1] reduced loss (MEAN/SUM); NULL under NONE */
+    float *d_loss_rows; /* [n_rows] per-row loss */
+    float *d_lse;       /* [n_rows] log-sum-exp of the (capped) logits */
+    void *d_dhidden;    /* [n_rows, hidden] dH */
+    void *d_dweight;    /* [n_classes, hidden] dW (overwritten, not added) */
+    void *d_dbias;      /* [n_classes] dbias = sum_i G_i (written even when
+                           d_bias is NULL: the gradient at a zero bias) */
+} xent_linear_ce_outputs;
+
+/*
+ * Forward, and backward when any gradient output is set.
+ *   d_hidden   [n_rows, hidden] of dtype, row-major, dense
+ *   d_weight   [n_classes, hidden] of dtype, row-major, dense
+ *   d_bias     [n_classes] of dtype, or NULL (no bias)
+ *   d_targets  [n_rows] int32 / int64 class indices
+ *   upstream   as for xent_ce_forward_backward (NULL: dL/dloss = 1)
+ *   chunk_rows >= 1 rows per chunk; workspace_bytes must be at least
+ *              xent_linear_ce_workspace_size(.., chunk_rows, ..)
+ * Outputs must not overlap each other, the inputs or the workspace
+ * (XENT_STATUS_ALIASING). n_rows = 0 writes zero dW / dbias and the empty
+ * reduction. Bad targets / negative weights behave as for
+ * xent_ce_forward_backward (CUDA: NaN rows and the status word; CPU: the
+ * returned status).
+ */
+XENT_API xent_status xent_linear_ce(
+    xent_linear_ce_t ctx, const xent_linear_ce_desc *desc,
+    const void *d_hidden, const void *d_weight, const void *d_bias,
+    const void *d_targets, const xent_upstream *upstream,
+    const xent_linear_ce_outputs *outputs, int64_t chunk_rows,
+    void *d_workspace, size_t workspace_bytes);
+
 #ifdef __cplusplus
 }
 #endif
