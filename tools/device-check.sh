@@ -13,7 +13,7 @@
 # Each step has a time limit (seconds; XENT_T_TESTS, XENT_T_SANITIZER per
 # tool, XENT_T_BENCH, XENT_T_PEERS) so the whole run fits one device call.
 # Results go to bench/results/ and bench/RESULTS.md afterwards:
-#   python3 bench/results.py markdown bench/results/<file>.json > bench/RESULTS.md
+#   python3 bench/results.py markdown --gpu bench/results/<file>.json --cpu bench/results/cpu-*.json > bench/RESULTS.md
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build/device-out}
