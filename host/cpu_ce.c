@@ -523,7 +523,6 @@ int xent_cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-#define XENT_CPU_MAX_THREADS 256
 /* Below this many elements per thread, threads cost more than they save. */
 #define XENT_CPU_MIN_WORK (1 << 15)
 
@@ -544,8 +543,6 @@ xent_status xent_cpu_ce_rows(const xent_ce_params *p, int n_threads,
 
     const rows_fn rows = pick_rows();
     cpu_job jobs[XENT_CPU_MAX_THREADS];
-    pthread_t tids[XENT_CPU_MAX_THREADS];
-    int started[XENT_CPU_MAX_THREADS] = {0};
     for (int64_t k = 0; k < t; k++) {
         jobs[k].p = p;
         jobs[k].begin = n * k / t;
@@ -554,23 +551,36 @@ xent_status xent_cpu_ce_rows(const xent_ce_params *p, int n_threads,
         jobs[k].w.flags = 0;
         jobs[k].w.first_row = UINT64_MAX;
     }
-    /* job 0 runs on the calling thread; a thread that fails to start has
-     * its rows run here too, so the result never depends on resources */
-    for (int64_t k = 1; k < t; k++)
-        started[k] = pthread_create(&tids[k], NULL, run_job, &jobs[k]) == 0;
-    run_job(&jobs[0]);
-    for (int64_t k = 1; k < t; k++) {
-        if (started[k])
-            pthread_join(tids[k], NULL);
-        else
-            run_job(&jobs[k]);
-    }
+    xent_cpu_run_jobs(t, run_job, jobs, sizeof jobs[0]);
     for (int64_t k = 0; k < t; k++) {
         status->flags |= jobs[k].w.flags;
         if (jobs[k].w.first_row < status->first_row)
             status->first_row = jobs[k].w.first_row;
     }
     return XENT_STATUS_SUCCESS;
+}
+
+void xent_cpu_run_jobs(int64_t n_jobs, void *(*fn)(void *), void *jobs,
+                       size_t job_size)
+{
+    pthread_t tids[XENT_CPU_MAX_THREADS];
+    int started[XENT_CPU_MAX_THREADS] = {0};
+    char *job = jobs;
+    if (n_jobs > XENT_CPU_MAX_THREADS)
+        n_jobs = XENT_CPU_MAX_THREADS;
+    /* job 0 runs on the calling thread; a job whose thread fails to start
+     * runs here too, so the result never depends on resources */
+    for (int64_t k = 1; k < n_jobs; k++)
+        started[k] =
+            pthread_create(&tids[k], NULL, fn, job + k * job_size) == 0;
+    if (n_jobs > 0)
+        fn(job);
+    for (int64_t k = 1; k < n_jobs; k++) {
+        if (started[k])
+            pthread_join(tids[k], NULL);
+        else
+            fn(job + k * job_size);
+    }
 }
 
 double xent_cpu_target_weight_sum(const xent_ce_params *p)

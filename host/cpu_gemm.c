@@ -20,7 +20,6 @@
  * element's sum runs over k = 0, 1, ... in the same order whatever the
  * thread count, so results are bitwise independent of it.
  */
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -29,7 +28,7 @@
 #define GEMM_MB 32
 #define GEMM_NB 128
 #define GEMM_KB 128
-#define GEMM_MAX_THREADS 256
+#define GEMM_MAX_THREADS XENT_CPU_MAX_THREADS
 
 /* Declared identically in host/linear.c (the only caller). */
 xent_status xent_cpu_gemm(int n_threads, int64_t m, int64_t n, int64_t k,
@@ -177,22 +176,11 @@ xent_status xent_cpu_gemm(int n_threads, int64_t m, int64_t n, int64_t k,
     if (t > 1 && work / t < (int64_t)1 << 20)
         t = work >> 20 > 1 ? work >> 20 : 1;
     gemm_job jobs[GEMM_MAX_THREADS];
-    pthread_t tids[GEMM_MAX_THREADS];
-    int started[GEMM_MAX_THREADS];
     for (int64_t q = 0; q < t; q++) {
         jobs[q] = base;
         jobs[q].tile_lo = tiles * q / t;
         jobs[q].tile_hi = tiles * (q + 1) / t;
     }
-    for (int64_t q = 1; q < t; q++)
-        started[q] = pthread_create(&tids[q], NULL, gemm_worker, &jobs[q]) == 0;
-    gemm_worker(&jobs[0]);
-    /* a thread that failed to start: run its share here (same result) */
-    for (int64_t q = 1; q < t; q++) {
-        if (started[q])
-            pthread_join(tids[q], NULL);
-        else
-            gemm_worker(&jobs[q]);
-    }
+    xent_cpu_run_jobs(t, gemm_worker, jobs, sizeof jobs[0]);
     return XENT_STATUS_SUCCESS;
 }

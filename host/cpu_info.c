@@ -16,7 +16,6 @@
  * they are added at the end), so they are too. Nothing is allocated.
  */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -327,7 +326,7 @@ static void *run_job(void *arg)
     return NULL;
 }
 
-#define XENT_INFO_MAX_THREADS 256
+#define XENT_INFO_MAX_THREADS XENT_CPU_MAX_THREADS
 /* Below this many elements per thread, threads cost more than they save. */
 #define XENT_INFO_MIN_WORK (1 << 15)
 
@@ -348,8 +347,6 @@ static xent_status run_jobs(const xent_info_params *ip,
     if (t < 1)
         t = 1;
     info_job jobs[XENT_INFO_MAX_THREADS];
-    pthread_t tids[XENT_INFO_MAX_THREADS];
-    int started[XENT_INFO_MAX_THREADS] = {0};
     for (int64_t k = 0; k < t; k++) {
         memset(&jobs[k], 0, sizeof jobs[k]);
         jobs[k].ip = ip;
@@ -359,17 +356,7 @@ static xent_status run_jobs(const xent_info_params *ip,
         jobs[k].w.flags = 0;
         jobs[k].w.first_row = UINT64_MAX;
     }
-    /* job 0 on the calling thread; a thread that fails to start has its
-     * rows run here, so the result never depends on resources */
-    for (int64_t k = 1; k < t; k++)
-        started[k] = pthread_create(&tids[k], NULL, run_job, &jobs[k]) == 0;
-    run_job(&jobs[0]);
-    for (int64_t k = 1; k < t; k++) {
-        if (started[k])
-            pthread_join(tids[k], NULL);
-        else
-            run_job(&jobs[k]);
-    }
+    xent_cpu_run_jobs(t, run_job, jobs, sizeof jobs[0]);
     for (int64_t k = 0; k < t; k++) {
         status->flags |= jobs[k].w.flags;
         if (jobs[k].w.first_row < status->first_row)

@@ -142,6 +142,13 @@ double xent_cpu_target_weight_sum(const xent_ce_params *p);
 /* sum(rows) / denom in fp64, row order; empty_value when denom == 0. */
 float xent_cpu_reduce_rows(const float *rows, int64_t n, double denom,
                            float empty_value);
+/* Runs fn on each of n_jobs job records (jobs: an array of job_size-byte
+ * records; at most XENT_CPU_MAX_THREADS), job 0 on the calling thread and
+ * the others on threads of their own; a job whose thread cannot start runs
+ * on the calling thread, so results never depend on resources. */
+#define XENT_CPU_MAX_THREADS 256
+void xent_cpu_run_jobs(int64_t n_jobs, void *(*fn)(void *), void *jobs,
+                       size_t job_size);
 /* Number of usable cores. */
 int xent_cpu_count(void);
 

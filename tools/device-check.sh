@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device-check.sh - the one prepared run on a lent GPU machine
+# tools/device-check.sh - the one prepared run on a GPU machine
 # (see README.md, "GPU verification"). From the repository root:
 #   1. unpack Criterion from carried .deps/debs when it is not installed,
 #      configure a Release build for sm_90 and build with every core;
