@@ -1276,8 +1276,10 @@ static int have_gpu(void)
 
 Test(cli, gpu_streaming_matches_cpu)
 {
-    if (!have_gpu())
+    if (!have_gpu()) {
+        cli_fixture_teardown(); /* a skipped test's .fini does not run */
         cr_skip_test("no GPU");
+    }
     stream_data d;
     stream_inputs(&d);
     const char *reds[] = {"mean", "sum", "none"};
@@ -1306,8 +1308,10 @@ Test(cli, gpu_streaming_matches_cpu)
 
 Test(cli, gpu_bench_validates)
 {
-    if (!have_gpu())
+    if (!have_gpu()) {
+        cli_fixture_teardown(); /* a skipped test's .fini does not run */
         cr_skip_test("no GPU");
+    }
     cli_run r =
         CLI("bench", "--device", "cuda", "--rows", "300", "--classes", "50257",
             "--ld", "50304", "--op", "both", "--reps", "5", "--json");
