@@ -480,9 +480,9 @@ static xent_variant choose_variant(const struct xent_handle *h,
     return XENT_VARIANT_BLOCK_ROW;
 }
 
-static void fill_params(xent_ce_params *p, const xent_ce_desc *d,
-                        xent_ce_mode mode, const void *logits,
-                        const void *targets)
+void xent_ce_fill_params(xent_ce_params *p, const xent_ce_desc *d,
+                         xent_ce_mode mode, const void *logits,
+                         const void *targets)
 {
     memset(p, 0, sizeof *p);
     p->mode = mode;
@@ -504,9 +504,21 @@ static void fill_params(xent_ce_params *p, const xent_ce_desc *d,
     p->host_denom = 1.0;
 }
 
-static float empty_mean_value(const xent_ce_desc *d)
+float xent_ce_empty_mean_value(const xent_ce_desc *d)
 {
     return (d->flags & XENT_FLAG_EMPTY_MEAN_NAN) ? NAN : 0.0f;
+}
+
+xent_status xent_cpu_check_weights(struct xent_handle *h, const float *w,
+                                   int64_t n)
+{
+    for (int64_t j = 0; w && j < n; j++) {
+        if (!(w[j] >= 0.0f)) {
+            h->h_status.flags |= XENT_DATA_NEGATIVE_WEIGHT;
+            return XENT_STATUS_INVALID_DATA;
+        }
+    }
+    return XENT_STATUS_SUCCESS;
 }
 
 static int is_index(const xent_ce_desc *d)
@@ -543,12 +555,8 @@ static xent_status run_ce(struct xent_handle *h, const xent_ce_desc *d,
 
     if (h->backend == XENT_BACKEND_CPU) {
         /* host memory: weights can be checked before anything is written */
-        for (int64_t j = 0; d->weights && j < d->n_classes; j++) {
-            if (!(d->weights[j] >= 0.0f)) {
-                h->h_status.flags |= XENT_DATA_NEGATIVE_WEIGHT;
-                return XENT_STATUS_INVALID_DATA;
-            }
-        }
+        XENT_FORWARD_IF_ERROR(
+            xent_cpu_check_weights(h, d->weights, d->n_classes));
         double denom = p->host_denom;
         if (mean && is_index(d) && (d_loss || p->grad))
             denom = xent_cpu_target_weight_sum(p);
@@ -561,7 +569,7 @@ static xent_status run_ce(struct xent_handle *h, const xent_ce_desc *d,
         if (st == XENT_STATUS_SUCCESS && d_loss)
             *d_loss = xent_cpu_reduce_rows(p->loss_rows, d->n_rows,
                                            mean ? denom : 1.0,
-                                           empty_mean_value(d));
+                                           xent_ce_empty_mean_value(d));
         h->h_status.flags |= w.flags;
         if (w.first_row < h->h_status.first_row)
             h->h_status.first_row = w.first_row;
@@ -586,7 +594,7 @@ static xent_status run_ce(struct xent_handle *h, const xent_ce_desc *d,
     if (e == cudaSuccess && d_loss)
         e = (cudaError_t)xent_cuda_reduce_rows(
             p->loss_rows, d->n_rows, mean ? p->d_denom : NULL,
-            mean ? p->host_denom : 1.0, empty_mean_value(d), l.partials,
+            mean ? p->host_denom : 1.0, xent_ce_empty_mean_value(d), l.partials,
             d_loss, h->stream);
     xent_leave_device(prev);
     return map_cuda(e);
@@ -611,7 +619,7 @@ xent_status xent_ce_forward(xent_handle_t h, const xent_ce_desc *desc,
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;
-    fill_params(&p, desc, XENT_MODE_FWD, d_logits, d_targets);
+    xent_ce_fill_params(&p, desc, XENT_MODE_FWD, d_logits, d_targets);
     p.loss_rows = d_loss_rows;
     p.lse_rows = d_lse;
     return run_ce(h, desc, &p, d_loss, d_workspace);
@@ -638,7 +646,7 @@ xent_status xent_ce_forward_backward(
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;
-    fill_params(&p, desc, XENT_MODE_FWD_BWD, d_logits, d_targets);
+    xent_ce_fill_params(&p, desc, XENT_MODE_FWD_BWD, d_logits, d_targets);
     p.loss_rows = d_loss_rows;
     p.lse_rows = d_lse;
     p.grad = d_grad;
@@ -667,7 +675,7 @@ xent_status xent_ce_backward(xent_handle_t h, const xent_ce_desc *desc,
     XENT_FORWARD_IF_ERROR(
         check_workspace(h, desc, d_workspace, workspace_bytes));
     xent_ce_params p;
-    fill_params(&p, desc, XENT_MODE_BWD_LSE, d_logits, d_targets);
+    xent_ce_fill_params(&p, desc, XENT_MODE_BWD_LSE, d_logits, d_targets);
     p.lse_in = d_lse;
     p.grad = d_grad;
     p.dloss = u.d_dloss;

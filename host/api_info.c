@@ -574,12 +574,8 @@ static xent_status bce_call(xent_handle_t h, const xent_bce_desc *desc,
 
     if (h->backend == XENT_BACKEND_CPU) {
         /* host memory: pos_weight is checked before anything is written */
-        for (int64_t j = 0; desc->pos_weight && j < s.n_classes; j++) {
-            if (!(desc->pos_weight[j] >= 0.0f)) {
-                h->h_status.flags |= XENT_DATA_NEGATIVE_WEIGHT;
-                return XENT_STATUS_INVALID_DATA;
-            }
-        }
+        XENT_FORWARD_IF_ERROR(
+            xent_cpu_check_weights(h, desc->pos_weight, s.n_classes));
     }
     xent_info_params p;
     params_init(&p, XENT_INFO_BCE, &s, d_logits, d_targets);
@@ -714,12 +710,8 @@ xent_status xent_ce_eval(xent_handle_t h, const xent_ce_desc *desc,
     if (h->backend == XENT_BACKEND_CPU) {
         /* host memory: weights are checked before anything is written, as
          * for cross-entropy */
-        for (int64_t j = 0; desc->weights && j < desc->n_classes; j++) {
-            if (!(desc->weights[j] >= 0.0f)) {
-                h->h_status.flags |= XENT_DATA_NEGATIVE_WEIGHT;
-                return XENT_STATUS_INVALID_DATA;
-            }
-        }
+        XENT_FORWARD_IF_ERROR(
+            xent_cpu_check_weights(h, desc->weights, desc->n_classes));
         xent_status_word w = {0, 0, UINT64_MAX};
         xent_status st = XENT_STATUS_SUCCESS;
         if (n > 0)

@@ -157,6 +157,17 @@ int xent_cpu_count(void);
  * restore, -1 when unchanged), and restore it. */
 int xent_enter_device(const struct xent_handle *h, int *prev); /* cudaError_t */
 void xent_leave_device(int prev);
+/* The row-kernel parameters of a validated cross-entropy problem (outputs,
+ * upstream and denominator left for the caller). */
+void xent_ce_fill_params(xent_ce_params *p, const xent_ce_desc *d,
+                         xent_ce_mode mode, const void *logits,
+                         const void *targets);
+/* The reduced value of a MEAN over no row: 0, or NaN under the flag. */
+float xent_ce_empty_mean_value(const xent_ce_desc *d);
+/* CPU handles: every weight >= 0 (NaN fails), else the status word's
+ * NEGATIVE_WEIGHT flag and XENT_STATUS_INVALID_DATA. w may be NULL. */
+xent_status xent_cpu_check_weights(struct xent_handle *h, const float *w,
+                                   int64_t n);
 /* A cudaError_t (as int) as a status. */
 xent_status xent_status_from_cuda(int e);
 /* The cross-entropy descriptor checks of every xent_ce_* call. */

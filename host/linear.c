@@ -316,35 +316,25 @@ static void chunk_params(const lin_call *c, xent_ce_params *p, int64_t r0,
                          int64_t m)
 {
     const xent_linear_ce_desc *d = c->d;
-    memset(p, 0, sizeof *p);
-    p->mode = c->grads ? XENT_MODE_FWD_BWD : XENT_MODE_FWD;
-    p->n_rows = m;
-    p->n_classes = d->n_classes;
-    p->ld = d->n_classes;
-    p->logits_dtype = XENT_DTYPE_F32;
-    p->logits = c->ws.logits;
-    p->target_type = d->target_type;
-    p->targets = (const char *)c->targets +
-                 r0 * (d->target_type == XENT_TARGET_INDEX_I32 ? 4 : 8);
-    p->target_ld = d->n_classes;
-    p->ignore_index = d->ignore_index;
-    p->weights = d->weights;
-    p->label_smoothing = d->label_smoothing;
-    p->z_loss = d->z_loss;
-    p->softcap = d->softcap;
+    const xent_ce_desc cd = ce_desc_of(d, m);
+    xent_ce_fill_params(p, &cd, c->grads ? XENT_MODE_FWD_BWD : XENT_MODE_FWD,
+                        c->ws.logits,
+                        (const char *)c->targets +
+                            r0 * (d->target_type == XENT_TARGET_INDEX_I32
+                                      ? 4
+                                      : 8));
     p->loss_rows = c->rows ? c->rows + r0 : NULL;
     p->lse_rows = c->o.d_lse ? c->o.d_lse + r0 : NULL;
-    p->grad = c->grads ? c->ws.logits : NULL;
-    p->grad_f32 = 0;
+    p->grad = c->grads ? c->ws.logits : NULL; /* in place, fp32 */
     p->dloss = c->u.d_dloss ? c->u.d_dloss + r0 * c->u.dloss_stride : NULL;
     p->dloss_stride = c->u.dloss_stride;
     p->scale = c->u.scale;
-    p->host_denom = 1.0;
 }
 
 static float empty_value(const xent_linear_ce_desc *d)
 {
-    return (d->flags & XENT_FLAG_EMPTY_MEAN_NAN) ? NAN : 0.0f;
+    const xent_ce_desc cd = ce_desc_of(d, d->n_rows);
+    return xent_ce_empty_mean_value(&cd);
 }
 
 static xent_status run_cpu(struct xent_handle *h, lin_call *c)
@@ -354,12 +344,7 @@ static xent_status run_cpu(struct xent_handle *h, lin_call *c)
     const size_t isz = xent_dtype_size(d->dtype);
     const size_t gsz = xent_dtype_size(c->gdt);
     const int mean = d->reduction == XENT_REDUCTION_MEAN;
-    for (int64_t j = 0; d->weights && j < C; j++) {
-        if (!(d->weights[j] >= 0.0f)) {
-            h->h_status.flags |= XENT_DATA_NEGATIVE_WEIGHT;
-            return XENT_STATUS_INVALID_DATA;
-        }
-    }
+    XENT_FORWARD_IF_ERROR(xent_cpu_check_weights(h, d->weights, C));
     /* the global MEAN denominator, before any chunk */
     double denom = 1.0;
     if (mean) {
